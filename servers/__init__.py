@@ -1,0 +1,1 @@
+"""authbench's auth server: one aiohttp app, one backend per mechanism."""
