@@ -331,24 +331,29 @@ class StoreProcess:
 
     def stop(self) -> None:
         """Stop gracefully (SIGINT/SIGTERM), escalate to SIGKILL after 5 s; idempotent."""
-        proc, self._proc = self._proc, None
-        _live.discard(self)
-        if proc is None or os.getpid() != self._owner:
-            return  # a forked child must not stop its parent's stores
+        proc = self._proc
+        if proc is None or os.getpid() != self._owner:  # a forked child must not stop ours
+            self._proc = None
+            return
         children = self._children(proc.pid)
         if proc.poll() is None:
-            # The leader is unreaped until wait() below, so the group id cannot be reused yet.
+            # Only the leader gets the graceful signal: postgres children have their own meaning
+            # for SIGINT (the checkpointer would start its shutdown checkpoint too early).
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGINT if self.kind == "postgres" else signal.SIGTERM)
+                os.kill(proc.pid, signal.SIGINT if self.kind == "postgres" else signal.SIGTERM)
             try:
                 proc.wait(timeout=STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
+                # The leader is not reaped yet, so its group id cannot have been reused.
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         for child in children:  # psutil checks pid reuse, so this never hits a stranger
             with contextlib.suppress(psutil.Error):
                 child.kill()
+        # Forgotten only once dead: if a signal interrupts us above, atexit still retries.
+        self._proc = None
+        _live.discard(self)
 
     @staticmethod
     def _children(pid: int) -> list[psutil.Process]:
