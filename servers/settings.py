@@ -187,15 +187,27 @@ def _check_positive(name: str, value: float) -> None:
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line, without the usage block."""
+    """An ArgumentParser whose errors are one line, without the usage block.
+
+    With `raise_errors` it raises ConfigError instead of exiting, for callers that validate
+    options of a server they are about to start.
+    """
+
+    raise_errors = False
 
     def error(self, message: str) -> NoReturn:
+        if self.raise_errors:
+            raise ConfigError(message)
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the command-line parser of `python -m servers`."""
+def build_parser(*, raise_errors: bool = False) -> argparse.ArgumentParser:
+    """Return the command-line parser of `python -m servers`.
+
+    With `raise_errors`, bad flags raise ConfigError instead of exiting the process.
+    """
     p = _Parser(prog="python -m servers", description="Serve the authbench HTTP contract.")
+    p.raise_errors = raise_errors
     p.add_argument("--backend", required=True, choices=BACKEND_NAMES)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
@@ -227,14 +239,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+def options_to_argv(options: Mapping[str, object]) -> list[str]:
+    """Return command-line flags for `{"flag-name": value}` (True → bare flag, False → absent)."""
+    argv: list[str] = []
+    for name, value in options.items():
+        if value is True:
+            argv.append(f"--{name}")
+        elif value is not False and value is not None:
+            argv += [f"--{name}", str(value)]
+    return argv
+
+
+def from_args(
+    argv: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    raise_errors: bool = False,
+) -> Settings:
     """Return validated Settings from flags, falling back to the environment for stores/keys.
 
-    Raises ConfigError for invalid combinations or unreadable key files; argparse exits
-    with status 2 on unknown flags.
+    Raises ConfigError for invalid combinations or unreadable key files; on unknown flags
+    argparse exits with status 2, or raises ConfigError with `raise_errors`.
     """
     env = os.environ if env is None else env
-    a = build_parser().parse_args(argv)
+    a = build_parser(raise_errors=raise_errors).parse_args(argv)
     session_dir = a.session_dir or (Path(env["SESSION_DIR"]) if env.get("SESSION_DIR") else None)
     private_key = _read_pem(env["JWT_PRIVATE_KEY"]) if env.get("JWT_PRIVATE_KEY") else None
     previous: list[bytes] = [
