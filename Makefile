@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 BACKEND ?= session-redis
 ARGS   ?=
 
-.PHONY: setup test lint format serve stores clean
+.PHONY: setup test lint format serve stores clean bench ui
 
 setup: $(STAMP)
 
@@ -31,7 +31,7 @@ format: setup
 
 # Start the stores BACKEND needs, then one server in the foreground: make serve BACKEND=jwt ARGS='--alg ES256'
 serve: setup
-	$(BIN)/python -m loadtests.serve --backend $(BACKEND) $(ARGS)
+	$(BIN)/python -m loadtests serve --backend $(BACKEND) -- $(ARGS)
 
 # PostgreSQL, Redis and memcached on loopback until Ctrl-C; prints their URLs.
 stores: setup
@@ -39,3 +39,14 @@ stores: setup
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
+
+PROFILE ?= quick
+CONFIG  ?= session-redis
+
+# Measure a profile; prints a summary table and the results folder.
+bench: setup
+	$(BIN)/python -m loadtests run --profile $(PROFILE)
+
+# Locust's web UI against one configuration of loadtests/configs.toml.
+ui: setup
+	$(BIN)/python -m loadtests ui --config $(CONFIG)

@@ -148,7 +148,8 @@ def summarize(
     """
     inside = [r for r in records if start <= r.t_start < end]
     n = len(inside)
-    span = end - start
+    # A load that ended early (a crash, an interrupt) covers less than the planned window.
+    span = min(end, max((r.t_start for r in records), default=start)) - start
     hot = [r for r in inside if r.name == "/me"]
     return {
         "requests": n,

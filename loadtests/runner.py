@@ -51,6 +51,8 @@ LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 # Requests one Locust task makes in each scenario, to turn an offered rate into pacing.
 REQUESTS_PER_TASK = {"browse": 1.0, "login": 3.0, "refresh": 2.0, "mixed": 1.12}
 CELL_OVERHEAD_SECONDS = 4.0
+# Locust runs this much past the window so that the window is covered to its end.
+TAIL_SECONDS = 1.0
 LOCUST_GRACE_SECONDS = 60.0
 
 
@@ -259,7 +261,7 @@ class Runner:
             base_url=server.base_url,
             user_class="CookieUser" if server.settings.uses_cookies else "BearerUser",
             users=p.users,
-            run_time=p.warmup + p.duration,
+            run_time=p.warmup + p.duration + TAIL_SECONDS,
             env={
                 "AUTHBENCH_SCENARIO": scenario,
                 "AUTHBENCH_USER_RATE": f"{user_rate:.6f}",
