@@ -100,7 +100,8 @@ def load_key(alg: str, material: bytes) -> SigningKey:
 
 
 def _thumbprint(jwk: dict[str, str]) -> str:
-    # RFC 7638: SHA-256 over the required members in lexical order, no white space.
+    # RFC 7638: SHA-256 over the required members in lexical order, no white space. The kid
+    # keeps 22 characters (132 bits): unique enough for a ring, and it rides in every token.
     members = {k: jwk[k] for k in _THUMBPRINT_MEMBERS[jwk["kty"]]}
     digest = hashlib.sha256(json.dumps(members, separators=(",", ":")).encode()).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()[:22]

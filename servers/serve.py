@@ -109,10 +109,11 @@ def _supervise(settings: Settings) -> int:
             if w.is_alive() and w.pid:
                 os.kill(w.pid, signal.SIGTERM)
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
     for w in workers:
         w.start()
+    # Installed after the forks, so a worker never inherits the supervisor's handler.
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     status = 0
     while any(w.is_alive() for w in workers):
         for w in workers:

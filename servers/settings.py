@@ -125,6 +125,10 @@ class Settings:
         for name in ("session_ttl", "session_absolute_ttl", "access_ttl", "refresh_ttl"):
             _check_positive(name.replace("_", "-"), getattr(self, name))
         _check_positive("store-timeout", self.store_timeout)
+        _check_positive("login-max-failures", self.login_max_failures)
+        _check_positive("login-window", self.login_window)
+        if self.leeway < 0:
+            raise ConfigError("--leeway must be 0 or more")
         if self.extra_claims < 0:
             raise ConfigError("--extra-claims must be 0 or more")
         if self.pw_time_cost < 1 or self.pw_memory_kib < 8:
@@ -140,7 +144,9 @@ class Settings:
                     )
         for need, url, var in self._required_stores():
             if not url:
-                raise ConfigError(f"{need} needs a store: set --{var.lower()} or {var}")
+                raise ConfigError(
+                    f"{need} needs a store: set --{var.lower().replace('_', '-')} or {var}"
+                )
         return self
 
     def _required_stores(self) -> list[tuple[str, str | None, str]]:
@@ -216,6 +222,7 @@ def build_parser(*, raise_errors: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--pw-time-cost", type=int, default=1)
     p.add_argument("--pw-memory-kib", type=int, default=1024)
     p.add_argument("--login-max-failures", type=int, default=5)
+    p.add_argument("--login-window", type=float, default=60.0)
     p.add_argument("--database-url")
     p.add_argument("--redis-url")
     p.add_argument("--memcached-url")
@@ -278,6 +285,7 @@ def from_args(
         pw_time_cost=a.pw_time_cost,
         pw_memory_kib=a.pw_memory_kib,
         login_max_failures=a.login_max_failures,
+        login_window=a.login_window,
         database_url=a.database_url or env.get("DATABASE_URL"),
         redis_url=a.redis_url or env.get("REDIS_URL"),
         memcached_url=a.memcached_url or env.get("MEMCACHED_URL"),
