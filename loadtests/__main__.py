@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--warmup", type=float, help="warm-up before the window, seconds")
     run.add_argument("--repeat", type=int, help="repeats of each configuration")
     run.add_argument("--out", type=Path, default=RESULTS, help="results root folder")
+    run.add_argument(
+        "--mode",
+        choices=("latency", "max"),
+        default="latency",
+        help="latency: fixed offered rate; max: step load to find capacity",
+    )
     serve = sub.add_parser("serve", help="start the stores a backend needs and one server")
     serve.add_argument("--backend", required=True)
     serve.add_argument("--port", type=int, default=8080)
@@ -65,6 +71,8 @@ def print_table(summary: Path) -> None:
     print(head)
     for r in rows:
         bound = " (generator-bound)" if r["generator_bound"] == "1" else ""
+        if r["mode"] == "max":
+            bound += f" · capacity {r['capacity_rps']} req/s, saturated: {r['saturated']}"
         print(
             f"{r['config']:<26}{r['scenario']:<9}{r['achieved_rps'] or '-':>8}"
             f"{r['p50_ms'] or '-':>8}{r['p99_ms'] or '-':>8}"
@@ -84,7 +92,7 @@ def _run(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         repeat=args.repeat,
     )
-    runner = Runner(bench, profile, args.out)
+    runner = Runner(bench, profile, args.out, mode=args.mode)
     print(
         f"authbench: {len(runner.configs)} configurations × {len(profile.scenarios)} "
         f"scenarios → {runner.run_dir}",

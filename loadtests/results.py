@@ -24,6 +24,7 @@ SUMMARY_COLUMNS = [
     "repeat",
     "backend",
     "status",
+    "mode",
     "requests",
     "failures",
     "offered_rps",
@@ -44,7 +45,19 @@ SUMMARY_COLUMNS = [
     "response_bytes",
     "auth_ms",
     "store_ms",
+    "capacity_rps",
+    "saturated",
     "detail",
+]
+STEP_COLUMNS = [
+    "users",
+    "achieved_rps",
+    "failures",
+    "p50_ms",
+    "p99_ms",
+    "server_cpu_percent",
+    "locust_cpu_percent",
+    "saturated",
 ]
 PACKAGES = (
     "aiohttp",
@@ -186,6 +199,15 @@ def _cell(value: object) -> object:
     if isinstance(value, bool):
         return int(value)
     return "" if value is None else value
+
+
+def write_step_csv(path: Path, steps: Sequence[dict[str, Any]]) -> None:
+    """Write `steps.csv` of a `max` run: load, latency and CPU per step."""
+    with path.open("w", newline="") as f:
+        out = csv.DictWriter(f, fieldnames=STEP_COLUMNS, extrasaction="ignore")
+        out.writeheader()
+        for step in steps:
+            out.writerow({k: _cell(step.get(k)) for k in STEP_COLUMNS})
 
 
 def write_json(path: Path, data: object) -> None:

@@ -33,14 +33,17 @@ from loadtests.launch import (
 from loadtests.progress import Progress
 from loadtests.resources import ResourceSampler, process_tree
 from loadtests.results import (
+    Record,
     cpu_model,
     dependency_hash,
     git_state,
+    latency_stats,
     package_versions,
     read_records,
     summarize,
     window,
     write_json,
+    write_step_csv,
     write_summary_csv,
 )
 from loadtests.stores import StoreNotAvailable, StoreProcess, StoreStartError
@@ -53,6 +56,10 @@ REQUESTS_PER_TASK = {"browse": 1.0, "login": 3.0, "refresh": 2.0, "mixed": 1.12}
 CELL_OVERHEAD_SECONDS = 4.0
 # Locust runs this much past the window so that the window is covered to its end.
 TAIL_SECONDS = 1.0
+# `max` mode: closed-loop users stepped up; the start of each step is ramp, not measured.
+MAX_STEPS = (1, 4, 16, 64)
+STEP_RAMP_SECONDS = 1.0
+SATURATED_PERCENT = 90.0
 LOCUST_GRACE_SECONDS = 60.0
 
 
@@ -85,9 +92,12 @@ def new_run_id(profile: str) -> str:
 class Runner:
     """Measures every configuration of a profile and writes `results/<run-id>/`."""
 
-    def __init__(self, bench: BenchFile, profile: Profile, out_root: Path) -> None:
+    def __init__(
+        self, bench: BenchFile, profile: Profile, out_root: Path, *, mode: str = "latency"
+    ) -> None:
         self.bench = bench
         self.profile = profile
+        self.mode = mode
         self.configs = bench.check(profile)
         self.run_dir = out_root / new_run_id(profile.name)
         self.server_cores, self.locust_cores = split_cores()
@@ -150,6 +160,8 @@ class Runner:
                 "duration_s": self.profile.duration,
                 "repeat": self.profile.repeat,
                 "shuffle": self.profile.shuffle,
+                "mode": self.mode,
+                "max_steps_users": list(MAX_STEPS) if self.mode == "max" else None,
                 "pacing": "Locust constant_throughput per user (paced, open-loop while "
                 "responses are faster than the pacing interval)",
             },
@@ -256,18 +268,25 @@ class Runner:
         p = self.profile
         cell = self._cell_dir(config, scenario, repeat)
         records_path = cell / "requests.csv.gz"
-        user_rate = p.rate[scenario] / p.users / REQUESTS_PER_TASK[scenario]
+        env = {
+            "AUTHBENCH_SCENARIO": scenario,
+            "AUTHBENCH_USERS": str(server.settings.users),
+            "AUTHBENCH_RECORDS": str(records_path),
+        }
+        if self.mode == "max":
+            env["AUTHBENCH_USER_RATE"] = "0"
+            env["AUTHBENCH_STEPS"] = ",".join(f"{u}:{p.duration:g}" for u in MAX_STEPS)
+            run_time = len(MAX_STEPS) * p.duration + TAIL_SECONDS
+        else:
+            user_rate = p.rate[scenario] / p.users / REQUESTS_PER_TASK[scenario]
+            env["AUTHBENCH_USER_RATE"] = f"{user_rate:.6f}"
+            run_time = p.warmup + p.duration + TAIL_SECONDS
         locust = LocustProcess(
             base_url=server.base_url,
             user_class="CookieUser" if server.settings.uses_cookies else "BearerUser",
             users=p.users,
-            run_time=p.warmup + p.duration + TAIL_SECONDS,
-            env={
-                "AUTHBENCH_SCENARIO": scenario,
-                "AUTHBENCH_USER_RATE": f"{user_rate:.6f}",
-                "AUTHBENCH_USERS": str(server.settings.users),
-                "AUTHBENCH_RECORDS": str(records_path),
-            },
+            run_time=run_time,
+            env=env,
             cell=cell,
             cores=self.locust_cores,
         )
@@ -293,7 +312,19 @@ class Runner:
         if not records:
             self._row(config, scenario, repeat, status=CellStatus.ERROR.value, detail="no requests")
             return
-        start, end = window(records, p.warmup, p.duration)
+        if self.mode == "max":
+            steps = self._steps(records, sampler)
+            write_step_csv(cell / "steps.csv", steps)
+            best = max(steps, key=lambda s: s["achieved_rps"])
+            start, end = best["start"], best["end"]
+            extra: dict[str, Any] = {
+                "mode": "max",
+                "capacity_rps": best["achieved_rps"],
+                "saturated": best["saturated"],
+            }
+        else:
+            start, end = window(records, p.warmup, p.duration)
+            extra = {"mode": "latency"}
         store_cpu = (
             sum(sampler.cpu_between(f"store:{k}", start, end) for k in owned)
             if len(owned) == len(stores)
@@ -308,7 +339,43 @@ class Runner:
             locust_cpu_percent=100 * sampler.cpu_between("locust", start, end) / (end - start),
         )
         sampler.write_csv(cell / "resources.csv")
-        self._row(config, scenario, repeat, status=CellStatus.OK.value, detail="", **summary)
+        self._row(
+            config, scenario, repeat, status=CellStatus.OK.value, detail="", **summary, **extra
+        )
+
+    def _steps(self, records: list[Record], sampler: ResourceSampler) -> list[dict[str, Any]]:
+        """Return per-step load, latency and which side was saturated, for a `max` run."""
+        first = min(r.t_start for r in records)
+        server_cores = len(self.server_cores or []) or (os.cpu_count() or 1)
+        steps = []
+        for i, users in enumerate(MAX_STEPS):
+            start = first + i * self.profile.duration + STEP_RAMP_SECONDS
+            end = first + (i + 1) * self.profile.duration
+            inside = [r for r in records if start <= r.t_start < end]
+            span = end - start
+            server_pct = 100 * sampler.cpu_between("server", start, end) / span / server_cores
+            locust_pct = 100 * sampler.cpu_between("locust", start, end) / span
+            saturated = (
+                "server"
+                if server_pct >= SATURATED_PERCENT
+                else "generator"
+                if locust_pct >= SATURATED_PERCENT
+                else "neither"
+            )
+            steps.append(
+                {
+                    "users": users,
+                    "start": start,
+                    "end": end,
+                    "achieved_rps": len(inside) / span,
+                    "failures": sum(1 for r in inside if not r.ok),
+                    **latency_stats(inside),
+                    "server_cpu_percent": server_pct,
+                    "locust_cpu_percent": locust_pct,
+                    "saturated": saturated,
+                }
+            )
+        return steps
 
 
 class LocustProcess:
