@@ -93,6 +93,11 @@ class RefreshFamilies(Protocol):
         """Return if the store answers; raises StoreUnavailable otherwise."""
 
 
+def one_line(exc: BaseException) -> str:
+    """Return the exception's message on one line, or its class name when it has none."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 class StoreGuard:
     """`with guard:` turns a store library's connection errors into StoreUnavailable.
 

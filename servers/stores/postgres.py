@@ -6,12 +6,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any, Literal
 
 import asyncpg
 
 from servers.errors import ConfigError
 from servers.settings import Settings
-from servers.stores import SessionRecord, StoreGuard
+from servers.stores import SessionRecord, StoreGuard, one_line
 
 _GUARD = StoreGuard(
     "postgres",
@@ -20,8 +21,23 @@ _GUARD = StoreGuard(
         TimeoutError,
         asyncpg.PostgresConnectionError,
         asyncpg.InterfaceError,
+        # 57P01 admin shutdown, 57P03 "the database system is starting up": a restart.
         asyncpg.exceptions.OperatorInterventionError,
+        # 53xxx too many connections, out of memory or disk: up, but unable to serve now.
+        asyncpg.exceptions.InsufficientResourcesError,
+        # A server that hangs up sends a FATAL notice before its EOF; a query sent between the
+        # two fails with this ("cannot switch to state …") instead of a connection error.
+        asyncpg.exceptions.InternalClientError,
     ),
+)
+# Everything that means PostgreSQL, or the DSN, failed us: at start-up and in the purge.
+_STORE_FAILURES = (
+    OSError,
+    TimeoutError,
+    ValueError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
 )
 
 _TABLES = {
@@ -53,28 +69,93 @@ _TABLES = {
 }
 
 
-@asynccontextmanager
-async def open_pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    """Yield a pool with bounded connect/command timeouts and every table created.
+class BoundedPool:
+    """An asyncpg pool whose every call, waiting for a free connection included, ends within
+    `timeout` seconds; a call cut short closes its connection instead of returning it."""
 
-    Raises ConfigError when the server cannot be reached at start-up.
+    __slots__ = ("_pool", "_timeout")
+
+    def __init__(self, pool: asyncpg.Pool, timeout: float) -> None:
+        self._pool = pool
+        self._timeout = timeout
+
+    async def execute(self, query: str, *args: object) -> str:
+        """Run `query` and return its status tag; raises TimeoutError or asyncpg's errors."""
+        status: str = await self._run("execute", query, args)
+        return status
+
+    async def fetchrow(self, query: str, *args: object) -> Any:
+        """Return the first row of `query` (an asyncpg Record) or None; raises as `execute`."""
+        return await self._run("fetchrow", query, args)
+
+    async def fetchval(self, query: str, *args: object) -> Any:
+        """Return the first column of the first row, or None; raises as `execute`."""
+        return await self._run("fetchval", query, args)
+
+    async def _run(
+        self,
+        method: Literal["execute", "fetchrow", "fetchval"],
+        query: str,
+        args: tuple[object, ...],
+    ) -> Any:
+        # asyncpg bounds connecting and each query, but not the wait for a free connection, nor
+        # the release of a timed-out one, which waits for a CancelRequest round trip (a second
+        # command_timeout against a frozen server). One deadline over the whole call is cheaper
+        # than acquire(timeout=), which wraps every acquire in a task on Python < 3.12.
+        async with asyncio.timeout(self._timeout), self._pool.acquire() as con:
+            try:
+                return await getattr(con, method)(query, *args)
+            except (TimeoutError, asyncio.CancelledError):
+                # The query may still be running or its reply still due: never reuse this one.
+                con.terminate()
+                raise
+
+
+@asynccontextmanager
+async def open_pool(settings: Settings) -> AsyncIterator[BoundedPool]:
+    """Yield a bounded pool (`settings.store_timeout` per call) with every table created.
+
+    Raises ConfigError when the server cannot be reached, or the DSN used, at start-up.
     """
     assert settings.database_url
+    pool = await _connect(settings)
     try:
-        pool = await asyncpg.create_pool(
-            settings.database_url,
-            min_size=1,
-            max_size=settings.pool_size,
-            timeout=settings.store_timeout,
-            command_timeout=settings.store_timeout,
-        )
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise ConfigError(f"cannot reach PostgreSQL at {_redact(settings)}: {exc}") from None
+        yield BoundedPool(pool, settings.store_timeout)
+    finally:
+        try:
+            # A graceful close waits for each connection's goodbye; a frozen server never sends it.
+            async with asyncio.timeout(settings.store_timeout):
+                await pool.close()
+        except TimeoutError:
+            pool.terminate()
+
+
+async def _connect(settings: Settings) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        settings.database_url,
+        # No floor: asyncpg re-dials a lost floor connection in the background and logs a
+        # traceback per attempt throughout an outage; requests reconnect on demand instead.
+        # So nothing is dialled here: the first connection (and a bad DSN) comes with the DDL.
+        min_size=0,
+        max_size=settings.pool_size,
+        timeout=settings.store_timeout,
+        command_timeout=settings.store_timeout,
+        reset=_keep_session,
+    )
     try:
         await _create_tables(pool, unlogged=settings.pg_unlogged)
-        yield pool
-    finally:
-        await pool.close()
+    except _STORE_FAILURES as exc:
+        pool.terminate()
+        where = _redact(settings)
+        raise ConfigError(f"cannot reach PostgreSQL at {where}: {one_line(exc)}") from None
+    return pool
+
+
+async def _keep_session(con: asyncpg.Connection) -> None:
+    # Pool reset hook. asyncpg's default sends "RESET ALL; UNLISTEN *; …" on every release, a
+    # second round trip per request, holding the response. The stores leave no session state
+    # behind (open transactions are still rolled back by the pool), so there is nothing to reset.
+    return None
 
 
 async def _create_tables(pool: asyncpg.Pool, *, unlogged: bool) -> None:
@@ -102,7 +183,7 @@ def _redact(settings: Settings) -> str:
     return scheme + sep + rest
 
 
-async def purge_expired(pool: asyncpg.Pool, every: float) -> None:
+async def purge_expired(pool: BoundedPool, every: float) -> None:
     """Delete expired rows of every table each `every` seconds, until cancelled."""
     while True:
         await asyncio.sleep(every)
@@ -110,7 +191,7 @@ async def purge_expired(pool: asyncpg.Pool, every: float) -> None:
         try:
             for table in _TABLES:
                 await pool.execute(f"DELETE FROM {table} WHERE expires_at <= $1", now)  # noqa: S608
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except _STORE_FAILURES:
             continue  # the store is down; requests report it, the next round retries
 
 
@@ -119,7 +200,7 @@ class PostgresSessionStore:
 
     kind = "postgres"
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: BoundedPool) -> None:
         self._pool = pool
 
     async def put(self, sid: str, record: SessionRecord) -> None:
@@ -171,7 +252,7 @@ class PostgresDenyList:
 
     kind = "postgres"
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: BoundedPool) -> None:
         self._pool = pool
 
     async def add(self, jti: str, expires: float) -> None:
@@ -203,7 +284,7 @@ class PostgresRefreshFamilies:
 
     kind = "postgres"
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: BoundedPool) -> None:
         self._pool = pool
 
     async def start(self, family: str, jti: str, expires: float) -> None:

@@ -15,7 +15,7 @@ from redis.retry import Retry
 
 from servers.errors import ConfigError
 from servers.settings import Settings
-from servers.stores import SessionRecord, StoreGuard
+from servers.stores import SessionRecord, StoreGuard, one_line
 
 _GUARD = StoreGuard(
     "redis", (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError, RedisError)
@@ -39,24 +39,41 @@ return 0
 async def open_client(settings: Settings) -> AsyncIterator[Redis]:
     """Yield a connected client with bounded timeouts; raises ConfigError if unreachable."""
     assert settings.redis_url
-    pool = BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=settings.pool_size,
-        timeout=settings.store_timeout,
-        socket_timeout=settings.store_timeout,
-        socket_connect_timeout=settings.store_timeout,
-        retry=Retry(NoBackoff(), 0),
-    )
+    try:
+        pool = BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=settings.pool_size,
+            # Bounds the wait for a free connection; connect and each command are bounded below.
+            timeout=settings.store_timeout,
+            socket_timeout=settings.store_timeout,
+            socket_connect_timeout=settings.store_timeout,
+            # No retries: a retried GETDEL or rotation script whose first reply was lost would
+            # answer "gone" (401, or a revoked family) for a credential that was fine. A dead
+            # pooled connection is replaced when it is next taken from the pool, not retried.
+            retry=Retry(NoBackoff(), 0),
+        )
+    except ValueError as exc:
+        raise ConfigError(
+            f"invalid Redis URL {_redact(settings.redis_url)}: {one_line(exc)}"
+        ) from None
     client = Redis(connection_pool=pool)
     try:
         try:
             await client.ping()
         except (RedisError, OSError) as exc:
-            raise ConfigError(f"cannot reach Redis at {settings.redis_url}: {exc}") from None
+            raise ConfigError(
+                f"cannot reach Redis at {_redact(settings.redis_url)}: {one_line(exc)}"
+            ) from None
         yield client
     finally:
         await client.aclose()
         await pool.aclose()
+
+
+def _redact(url: str) -> str:
+    # Start-up errors go to logs; a password in the URL must not.
+    scheme, sep, rest = url.partition("://")
+    return scheme + sep + ("…@" + rest.rpartition("@")[2] if "@" in rest else rest)
 
 
 def _decode(data: bytes | str | None) -> SessionRecord | None:
