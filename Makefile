@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 BACKEND ?= session-redis
 ARGS   ?=
 
-.PHONY: setup test lint format serve stores clean bench ui
+.PHONY: setup test lint format serve stores clean bench bench-tokens ui
 
 setup: $(STAMP)
 
@@ -50,3 +50,7 @@ bench: setup
 # Locust's web UI against one configuration of loadtests/configs.toml.
 ui: setup
 	$(BIN)/python -m loadtests ui --config $(CONFIG)
+
+# The token-size sweep: JWT bytes and cost against claims and algorithm.
+bench-tokens: setup
+	$(BIN)/python -m loadtests run --profile tokens

@@ -177,8 +177,16 @@ def load(path: Path = DEFAULT_FILE) -> BenchFile:
     except tomllib.TOMLDecodeError as exc:
         raise BenchConfigError(f"{path} is not valid TOML: {exc}") from None
     configs = {name: _configuration(name, body) for name, body in _table(raw, "configs").items()}
+    sweeps: dict[str, list[str]] = {}
+    for name, body in _table(raw, "sweeps").items():
+        for config in _sweep(name, body):
+            if config.name in configs:
+                raise BenchConfigError(f"sweep {name!r} makes {config.name!r}, which exists")
+            configs[config.name] = config
+            sweeps.setdefault(name, []).append(config.name)
     profiles = {
-        name: _profile(name, body, list(configs)) for name, body in _table(raw, "profiles").items()
+        name: _profile(name, body, list(configs), sweeps)
+        for name, body in _table(raw, "profiles").items()
     }
     bench = BenchFile(configs, profiles)
     for config in configs.values():
@@ -214,7 +222,38 @@ def _configuration(name: str, body: Mapping[str, Any]) -> Configuration:
     return config
 
 
-def _profile(name: str, body: Mapping[str, Any], all_configs: list[str]) -> Profile:
+def _sweep(name: str, body: Mapping[str, Any]) -> list[Configuration]:
+    """Return one configuration per combination of the sweep's `vary` values.
+
+    Members are named `<sweep>-<value>-<value>…` in the order of `vary`, lower-cased.
+    """
+    vary = body.get("vary")
+    if (
+        not isinstance(vary, dict)
+        or not vary
+        or not all(isinstance(v, list) and v for v in vary.values())
+    ):
+        raise BenchConfigError(f"sweep {name!r} needs vary = {{ flag = [values…], … }}")
+    base = _configuration(name, {k: v for k, v in body.items() if k != "vary"})
+    combos: list[dict[str, object]] = [{}]
+    for flag, values in vary.items():
+        combos = [{**c, flag: v} for c in combos for v in values]
+    return [
+        replace(
+            base,
+            name="-".join([name, *(str(v).lower() for v in combo.values())]),
+            server={**base.server, **combo},
+        )
+        for combo in combos
+    ]
+
+
+def _profile(
+    name: str,
+    body: Mapping[str, Any],
+    all_configs: list[str],
+    sweeps: Mapping[str, list[str]] | None = None,
+) -> Profile:
     known = {"description", "configs", "scenarios", "rate", "users", "warmup", "duration"}
     unknown = set(body) - known - {"repeat", "shuffle"}
     if unknown:
@@ -222,6 +261,9 @@ def _profile(name: str, body: Mapping[str, Any], all_configs: list[str]) -> Prof
     configs = body.get("configs")
     if configs == "all":
         configs = all_configs
+    elif isinstance(configs, list):
+        # A sweep's name stands for all of its members.
+        configs = [m for c in configs for m in (sweeps or {}).get(c, [c])]
     rate = body.get("rate")
     if isinstance(rate, int | float):
         rate = dict.fromkeys(SCENARIOS, rate)

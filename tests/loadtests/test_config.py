@@ -121,3 +121,33 @@ def test_bad_profile_choices_are_refused_before_anything_starts(
 def test_unknown_profile_names_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(BenchConfigError, match="known profiles: p"):
         load(write(tmp_path, GOOD)).profile("nope")
+
+
+def test_a_sweep_expands_to_one_configuration_per_combination(tmp_path: Path) -> None:
+    text = (
+        GOOD
+        + """
+[sweeps.size]
+backend = "jwt"
+server = { refresh-store = "none" }
+vary = { alg = ["HS256", "EdDSA"], extra-claims = [0, 16] }
+
+[profiles.s]
+configs = ["a", "size"]
+scenarios = ["browse"]
+rate = 10
+users = 1
+duration = 1
+"""
+    )
+    bench = load(write(tmp_path, text))
+    members = ["size-hs256-0", "size-hs256-16", "size-eddsa-0", "size-eddsa-16"]
+    assert bench.profile("s").configs == ("a", *members)
+    last = bench.configs["size-eddsa-16"]
+    assert last.server == {"refresh-store": "none", "alg": "EdDSA", "extra-claims": 16}
+    assert last.settings({}).extra_claims == 16
+
+
+def test_a_sweep_without_values_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(BenchConfigError, match="needs vary"):
+        load(write(tmp_path, '[sweeps.s]\nbackend = "jwt"\nvary = { alg = [] }'))
