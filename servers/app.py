@@ -117,6 +117,11 @@ def _field(body: dict[str, object], name: str) -> str:
     value = body.get(name)
     if not isinstance(value, str) or not value or len(value) > MAX_FIELD_LENGTH:
         raise MalformedRequest(f"{name} must be a non-empty string of at most 256 characters")
+    try:
+        # JSON escapes can spell lone surrogates ("\ud800"), which no hash or store can encode.
+        value.encode()
+    except UnicodeEncodeError:
+        raise MalformedRequest(f"{name} must be valid Unicode text") from None
     return value
 
 
@@ -126,14 +131,10 @@ async def login(request: web.Request) -> web.Response:
     username, password = _field(body, "username"), _field(body, "password")
     timing = request[TIMING]
     throttle = request.app[THROTTLE]
-    throttle.check(username)
+    throttle.attempt(username)
     loop = asyncio.get_running_loop()
     with timing.measure("pw"):
-        try:
-            user = await loop.run_in_executor(None, request.app[USERS].verify, username, password)
-        except AuthError:
-            throttle.failed(username)
-            raise
+        user = await loop.run_in_executor(None, request.app[USERS].verify, username, password)
     throttle.succeeded(username)
     with timing.measure("issue"):
         grant = await request.app[BACKEND].login(user, timing)

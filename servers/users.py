@@ -107,6 +107,15 @@ class LoginThrottle:
         elif count >= self._max:
             raise Throttled(retry_after=max(1, round(remaining)))
 
+    def attempt(self, username: str) -> None:
+        """Count one login attempt for this name; raises Throttled while it is locked out.
+
+        The attempt counts as a failure until `succeeded` forgets it: checking now and counting
+        only after the (slow, off-loop) hash would let a burst of concurrent guesses all pass.
+        """
+        self.check(username)
+        self.failed(username)
+
     def failed(self, username: str) -> None:
         """Record one failed attempt for this name."""
         now = time.monotonic()

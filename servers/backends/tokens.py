@@ -38,6 +38,9 @@ MAX_TOKEN_BYTES = 16 * 1024
 _REQUIRED = ["exp", "iat", "sub", "jti", "iss", "aud"]
 # Header members the server never acts on; a token naming one as critical is refused.
 _FORBIDDEN_HEADERS = frozenset({"crit", "b64"})
+# A NumericDate must be a number I-JSON carries exactly (RFC 7493 §2.2): 1e300 or a
+# 400-digit integer is not a date, it is "never expires".
+_MAX_NUMERIC_DATE = 2**53
 
 
 def extra_claims(count: int) -> dict[str, str]:
@@ -85,11 +88,13 @@ class TokenCodec:
 
 
 def _check_claim_types(claims: dict[str, Any]) -> None:
-    # PyJWT coerces time claims with int(), which accepts "123"; the RFC wants numbers.
+    # PyJWT coerces time claims with int(), which accepts "123" and True; the RFC wants numbers.
     for name in ("exp", "iat"):
         value = claims[name]
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"{name} is not a number")
+        if not 0 <= value <= _MAX_NUMERIC_DATE:  # also false for NaN
+            raise ValueError(f"{name} is out of range")
     for name in ("sub", "jti", "fam"):
         if not isinstance(claims.get(name), str):
             raise ValueError(f"{name} is not a string")

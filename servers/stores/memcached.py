@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
@@ -67,8 +68,9 @@ async def open_client(settings: Settings) -> AsyncIterator[aiomcache.Client]:
 
 
 def _ttl(record: SessionRecord) -> int:
-    # memcached reads an exptime over 30 days as an absolute time, so stay relative.
-    return max(1, min(int(record.expires - time.time()) + 1, 30 * 86400))
+    # memcached reads an exptime over 30 days as an absolute time, so stay relative; its
+    # clock ticks in whole seconds, so round up and add one (the server checks `expires`).
+    return max(1, min(math.ceil(record.expires - time.time()) + 1, 30 * 86400))
 
 
 class MemcachedSessionStore:
