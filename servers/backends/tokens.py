@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -55,7 +57,8 @@ class TokenCodec:
         self._s = settings
         self._ring = keyring
         self._type = token_type
-        self._options: Any = {"require": _REQUIRED, "verify_signature": True}
+        # One PyJWT instance with its options set once, rather than merged on every call.
+        self._jwt = jwt.PyJWT(options={"require": _REQUIRED, "verify_signature": True})
 
     def encode(self, claims: dict[str, object]) -> str:
         """Return `claims` signed by the current key, typed in the JOSE header."""
@@ -68,23 +71,39 @@ class TokenCodec:
         """Return the verified claims; raises ValueError for anything short of a valid token."""
         if len(token) > MAX_TOKEN_BYTES:
             raise ValueError("token too long")
-        header = jwt.get_unverified_header(token)
-        if _FORBIDDEN_HEADERS.intersection(header) or header.get("typ") != self._type:
-            raise ValueError("unexpected header")
-        key = self._ring.lookup(header.get("kid"))
-        if key is None or header.get("alg") != key.alg:
+        key = self._ring.lookup(_unverified_kid(token))
+        if key is None:
             raise ValueError("unknown key")
-        claims: dict[str, Any] = jwt.decode(
+        decoded = self._jwt.decode_complete(
             token,
             key.verifying,
             algorithms=[key.alg],
             audience=self._s.audience,
             issuer=self._s.issuer,
             leeway=self._s.leeway,
-            options=self._options,
         )
+        # The checks that matter run on the header PyJWT verified, not on our quick parse.
+        header: dict[str, Any] = decoded["header"]
+        if _FORBIDDEN_HEADERS.intersection(header) or header.get("typ") != self._type:
+            raise ValueError("unexpected header")
+        if header.get("kid") != key.kid or header.get("alg") != key.alg:
+            raise ValueError("unknown key")
+        claims: dict[str, Any] = decoded["payload"]
         _check_claim_types(claims)
         return claims
+
+
+def _unverified_kid(token: str) -> object:
+    """Return the `kid` of the token's header, parsed only to pick a key.
+
+    `jwt.get_unverified_header` decodes every segment, signature included; this reads the
+    header alone, which is all key selection needs. Raises ValueError if it is not JSON.
+    """
+    segment = token.partition(".")[0]
+    header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a JSON object")
+    return header.get("kid")
 
 
 def _check_claim_types(claims: dict[str, Any]) -> None:
