@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 BACKEND ?= session-redis
 ARGS   ?=
 
-.PHONY: setup test lint format serve stores clean bench bench-tokens ui
+.PHONY: setup test lint format serve stores clean bench bench-tokens ui report compare up down
 
 setup: $(STAMP)
 
@@ -43,9 +43,9 @@ clean:
 PROFILE ?= quick
 CONFIG  ?= session-redis
 
-# Measure a profile; prints a summary table and the results folder.
+# Measure a profile, then write its report; prints the table and the report's path.
 bench: setup
-	$(BIN)/python -m loadtests run --profile $(PROFILE)
+	$(BIN)/python -m loadtests run --profile $(PROFILE) --report
 
 # Locust's web UI against one configuration of loadtests/configs.toml.
 ui: setup
@@ -53,4 +53,26 @@ ui: setup
 
 # The token-size sweep: JWT bytes and cost against claims and algorithm.
 bench-tokens: setup
-	$(BIN)/python -m loadtests run --profile tokens
+	$(BIN)/python -m loadtests run --profile tokens --report
+
+# The report of a run (the newest when RUN is not given): make report RUN=results/<run-id>
+report: setup
+	$(BIN)/python -m analysis report $(if $(RUN),$(RUN),--latest)
+
+# Two runs side by side: make compare A=results/<a> B=results/<b> [FORCE=1]
+compare: setup
+	$(BIN)/python -m analysis compare $(A) $(B) $(if $(FORCE),--force)
+
+# Docker Compose (needs Docker, not .venv): the whole bench (PROFILE) in containers, against
+# PostgreSQL, Redis and memcached from their official images; results in ./results/<run-id>/.
+# The stores stay up for another `make up`; `make down` removes every container and volume.
+COMPOSE := AUTHBENCH_UID=$$(id -u) AUTHBENCH_GID=$$(id -g) AUTHBENCH_PROFILE=$(PROFILE) docker compose
+.PHONY: up down
+
+up:
+	@mkdir -p results
+	$(COMPOSE) --profile bench build bench
+	$(COMPOSE) --profile bench run --rm bench
+
+down:
+	$(COMPOSE) --profile bench --profile distributed down --volumes --remove-orphans

@@ -13,24 +13,26 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, cast
+from typing import IO, Protocol, cast
 from urllib.parse import urlsplit
 
 import asyncpg
 import psutil
 from redis import Redis
 
-from loadtests.config import Configuration
+from loadtests.config import BenchConfigError, Configuration
 from loadtests.resources import process_tree
 from loadtests.stores import ENV_VARS, StoreKind, StoreProcess, free_port, start_store
 from servers.settings import Settings
 
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
+# A remote server is expected to be up already (compose waits for its health check).
+REMOTE_READY_TIMEOUT = 30.0
 
 
 class LaunchError(Exception):
@@ -142,6 +144,17 @@ async def _postgres_flush(url: str) -> None:
         await conn.close()
 
 
+class Server(Protocol):
+    """What the runner needs of a server under test, started by it or not."""
+
+    base_url: str
+    settings: Settings
+
+    def pids(self) -> list[int]:
+        """Return the server's pids on this machine (none for a remote server)."""
+        ...
+
+
 @dataclass
 class ServerProcess:
     """A running `python -m servers` and what it was started with."""
@@ -199,18 +212,93 @@ def run_server(
 
 
 def _wait_healthy(server: ServerProcess) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
+    def exited() -> str | None:
+        code = server.proc.poll()
+        return None if code is None else f"server exited with {code}: {_tail(server)}"
+
+    reason = wait_healthy(server.base_url, READY_TIMEOUT, exited)
+    if reason:
+        raise LaunchError(reason if "exited" in reason else f"{reason}: {_tail(server)}")
+
+
+def wait_healthy(
+    base_url: str, timeout: float, gone: Callable[[], str | None] = lambda: None
+) -> str | None:
+    """Poll `base_url`/health until it answers 200; return None then, else why not.
+
+    `gone` is asked between attempts and returns a reason to give up (a process that exited).
+    """
+    deadline = time.monotonic() + timeout
+    last = "no answer"
     while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise LaunchError(f"server exited with {server.proc.returncode}: {_tail(server)}")
+        reason = gone()
+        if reason:
+            return reason
         try:
-            with urllib.request.urlopen(server.base_url + "/health", timeout=2) as r:  # noqa: S310
+            with urllib.request.urlopen(base_url + "/health", timeout=2) as r:  # noqa: S310
                 if r.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
+                    return None
+        except urllib.error.HTTPError as exc:
+            last = f"/health answered {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(getattr(exc, "reason", exc))
         time.sleep(0.1)
-    raise LaunchError(f"server not healthy after {READY_TIMEOUT:.0f} s: {_tail(server)}")
+    return f"server at {base_url} not healthy after {timeout:.0f} s ({last})"
+
+
+@dataclass
+class RemoteServer:
+    """A server the runner did not start: its address and the Settings of its configuration."""
+
+    base_url: str
+    settings: Settings
+
+    def pids(self) -> list[int]:
+        """Return no pids: the server's processes are not on this machine, or not ours."""
+        return []
+
+
+def check_server_url(url: str) -> str:
+    """Return `url` without a trailing slash; raises BenchConfigError unless it is http(s)://host[:port]."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BenchConfigError(f"--server-url {url!r}: expected http://HOST:PORT")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise BenchConfigError(f"--server-url {url!r}: give the server's root, without a path")
+    return url.rstrip("/")
+
+
+def remote_store_env(config: Configuration, env: Mapping[str, str]) -> dict[str, str]:
+    """Return the store locations in `env` that verifying `config` on a remote server needs.
+
+    Verification looks into the stores themselves (a login's record exists, a logout's is
+    gone), so each store the configuration uses must be named; session-file needs the
+    server's session directory (a shared mount). Raises BenchConfigError naming what is missing.
+    """
+    needed = [ENV_VARS[cast(StoreKind, kind)] for kind in config.store_kinds()]
+    if config.backend == "session-file":
+        needed.append("SESSION_DIR")
+    missing = [var for var in needed if not env.get(var)]
+    if missing:
+        flags = " / ".join(f"--{v.lower().replace('_', '-')}" for v in missing)
+        raise BenchConfigError(
+            f"--server-url: verifying {config.name!r} looks into its stores; "
+            f"set {' '.join(missing)} (or {flags}) to where the remote server keeps them"
+        )
+    return {var: env[var] for var in needed}
+
+
+def connect_remote(config: Configuration, base_url: str, env: Mapping[str, str]) -> RemoteServer:
+    """Return the remote server at `base_url` once /health answers 200.
+
+    Raises LaunchError if it does not within REMOTE_READY_TIMEOUT, BenchConfigError if the
+    configuration's options are invalid.
+    """
+    settings = config.settings(env)
+    reason = wait_healthy(base_url, REMOTE_READY_TIMEOUT)
+    if reason:
+        raise LaunchError(reason)
+    return RemoteServer(base_url, settings)
 
 
 def _tail(server: ServerProcess, lines: int = 5) -> str:

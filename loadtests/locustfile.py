@@ -5,17 +5,28 @@ Everything is configured from the environment, read once at import (see `LoadSet
 
 - ``AUTHBENCH_SCENARIO``: ``browse`` | ``login`` | ``refresh`` | ``mixed`` (default ``browse``).
 - ``AUTHBENCH_USERS``: size of the server's user directory, ``user0 … user{N-1}`` (default 1000).
-- ``AUTHBENCH_USER_OFFSET``: first directory index of this process (default 0), so that
-  separately launched workers of a distributed run log in as different users.
+- ``AUTHBENCH_USER_OFFSET``: first directory index of this process (default 0).
+- ``AUTHBENCH_USER_STRIDE``: directory indexes per worker of a distributed run (default 0):
+  worker *i* starts at ``offset + i × stride``, so workers log in as different users.
 - ``AUTHBENCH_USER_RATE``: tasks per second per simulated user (default 1); ``0`` = no wait.
 - ``AUTHBENCH_STEPS``: ``users:seconds,…`` defines a step-load shape (max mode); unset = none.
 - ``AUTHBENCH_RECORDS``: path of the per-request ``.csv.gz`` written at exit; unset = none.
+  A worker of a distributed run writes ``requests-w<i>.csv.gz`` beside it instead, or, when
+  its own environment has ``AUTHBENCH_RECORDS_DIR``, under that folder at
+  ``AUTHBENCH_RECORDS_NAME`` (the path relative to the results root).
 
-The server package is never imported: this module runs inside Locust's gevent process.
+Distributed runs (``--master`` / ``--worker``): the master reads the environment; every
+``AUTHBENCH_*`` value above except the steps is also a Locust option, which Locust sends to
+each worker with the spawn message, so a worker started once, anywhere, with no
+``AUTHBENCH_*`` environment runs the master's scenario, rate and records path.
+
+The server package is never imported, and this file stays whole: it runs inside Locust's
+gevent process, on machines that may hold nothing of authbench but this file.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import gzip
 import itertools
@@ -30,7 +41,7 @@ from geventhttpclient.client import HTTPClient
 from locust import FastHttpUser, LoadTestShape, TaskSet, constant, constant_throughput, events
 from locust.contrib.fasthttp import FAILURE_EXCEPTIONS, FastResponse, ResponseContextManager
 from locust.env import Environment
-from locust.runners import MasterRunner
+from locust.runners import MasterRunner, WorkerRunner
 
 CSRF_HEADER = "X-CSRF-Token"
 # The cookies that prove who the user is; the server sets no others.
@@ -93,13 +104,17 @@ class LoadSettings:
     users: int = 1000
     """Size of the user directory; simulated user i logs in as ``user{(offset + i) % users}``."""
     offset: int = 0
-    """First directory index used by this process (distributed runs give each worker its own)."""
+    """First directory index used by this process (a worker adds its index × `stride`)."""
+    stride: int = 0
+    """Directory indexes set aside for each worker of a distributed run."""
     rate: float = 1.0
     """Tasks per second per simulated user; 0 means back-to-back tasks (capacity runs)."""
     steps: tuple[tuple[int, float], ...] = ()
     """Step load as (users, seconds) pairs; empty means no shape (Locust's -u/-r/--run-time)."""
     records: Path | None = None
     """Where to write the per-request records; None records nothing."""
+    records_name: str = ""
+    """`records` relative to the results root, for workers that keep records elsewhere."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LoadSettings:
@@ -117,10 +132,26 @@ class LoadSettings:
             scenario=scenario,
             users=users,
             offset=_number(env, "AUTHBENCH_USER_OFFSET", "0", int),
+            stride=_number(env, "AUTHBENCH_USER_STRIDE", "0", int),
             rate=_number(env, "AUTHBENCH_USER_RATE", "1", float),
             steps=parse_steps(steps) if steps else (),
             records=Path(records) if records else None,
+            records_name=env.get("AUTHBENCH_RECORDS_NAME", ""),
         )
+
+    def for_worker(self, index: int, records_dir: str | None) -> LoadSettings:
+        """Return these settings as worker `index` of a distributed run uses them.
+
+        Its users start at `offset + index × stride`; its records go beside `records` as
+        ``requests-w<index>.csv.gz``, or under `records_dir` at `records_name` when given.
+        """
+        records = self.records
+        if records is not None:
+            if records_dir and self.records_name:
+                records = Path(records_dir) / self.records_name
+            stem = records.name.removesuffix(".gz").removesuffix(".csv")
+            records = records.with_name(f"{stem}-w{index}.csv.gz")
+        return replace(self, offset=self.offset + index * self.stride, records=records)
 
 
 @dataclass(frozen=True, slots=True)
@@ -545,15 +576,81 @@ class RequestRecords:
         os.replace(partial, self.path)
 
 
-def _record_requests(environment: Environment, **_kw: Any) -> None:
-    # A master sends no requests; its file would clobber a worker's at the same path.
-    if SETTINGS.records is None or isinstance(environment.runner, MasterRunner):
+_records: RequestRecords | None = None
+
+
+def _record_to(environment: Environment, path: Path) -> None:
+    """Record every request of this process, to be written to `path` when Locust exits."""
+    global _records
+    if _records is not None:
+        _records.path = path
         return
-    records = RequestRecords(SETTINGS.records)
-    environment.events.request.add_listener(records.on_request)  # type: ignore[no-untyped-call]
+    _records = RequestRecords(path)
+    environment.events.request.add_listener(_records.on_request)  # type: ignore[no-untyped-call]
     # `quit` fires after the runner stopped every user, just before the process exits,
     # so no request can complete after the file is written (`quitting` fires before).
-    environment.events.quit.add_listener(records.write)  # type: ignore[no-untyped-call]
+    environment.events.quit.add_listener(_records.write)  # type: ignore[no-untyped-call]
+
+
+def _record_requests(environment: Environment, **_kw: Any) -> None:
+    # A master sends no requests (its file would clobber a worker's); a worker learns where
+    # to write only when the master's first spawn message arrives (`_start_worker_test`).
+    if SETTINGS.records is None or isinstance(environment.runner, MasterRunner | WorkerRunner):
+        return
+    _record_to(environment, SETTINGS.records)
+
+
+# --- distributed runs: the master's load settings travel to each worker with Locust ---
+
+# What a master forwards; the step shape is not among them because it runs on the master.
+FORWARDED = (
+    "AUTHBENCH_SCENARIO",
+    "AUTHBENCH_USERS",
+    "AUTHBENCH_USER_OFFSET",
+    "AUTHBENCH_USER_STRIDE",
+    "AUTHBENCH_USER_RATE",
+    "AUTHBENCH_RECORDS",
+    "AUTHBENCH_RECORDS_NAME",
+)
+
+
+def _add_options(parser: Any, **_kw: Any) -> None:
+    # Options that a locustfile adds are sent by the master to every worker with each spawn
+    # message: Locust's own protocol, so workers need no shared environment or files.
+    for name in FORWARDED:
+        parser.add_argument(
+            "--" + name.lower().replace("_", "-"),
+            default=os.environ.get(name, ""),
+            include_in_web_ui=False,
+            help=argparse.SUPPRESS,
+        )
+
+
+def _use_scenario(settings: LoadSettings) -> None:
+    """Give the concrete users the tasks and pacing of `settings` (set at import otherwise)."""
+    tasks = SCENARIOS[settings.scenario].task_list()
+    wait_time = constant_throughput(settings.rate) if settings.rate > 0 else constant(0)
+    for user_class in (CookieUser, BearerUser):
+        user_class.tasks = tasks
+        setattr(user_class, "wait_time", wait_time)  # noqa: B010 (a method, assigned)
+
+
+def _start_worker_test(environment: Environment, **_kw: Any) -> None:
+    """On a worker, adopt the master's forwarded settings before the first user spawns."""
+    global SETTINGS
+    runner = environment.runner
+    if not isinstance(runner, WorkerRunner) or environment.parsed_options is None:
+        return
+    options = vars(environment.parsed_options)
+    forwarded = {n: str(options[n.lower()]) for n in FORWARDED if options.get(n.lower())}
+    SETTINGS = LoadSettings.from_env(forwarded).for_worker(
+        runner.worker_index, os.environ.get("AUTHBENCH_RECORDS_DIR")
+    )
+    _use_scenario(SETTINGS)
+    if SETTINGS.records is not None:
+        _record_to(environment, SETTINGS.records)
 
 
 events.init.add_listener(_record_requests)  # type: ignore[no-untyped-call]
+events.init_command_line_parser.add_listener(_add_options)  # type: ignore[no-untyped-call]
+events.test_start.add_listener(_start_worker_test)  # type: ignore[no-untyped-call]

@@ -116,6 +116,48 @@ def read_records(path: Path) -> list[Record]:
         ]
 
 
+def worker_record_files(cell: Path) -> list[Path]:
+    """Return the per-worker record files (``requests-w<i>.csv.gz``) in `cell`, by worker index."""
+
+    def index(path: Path) -> int:
+        digits = path.name.removeprefix("requests-w").removesuffix(".csv.gz")
+        return int(digits) if digits.isdigit() else -1
+
+    return sorted((p for p in cell.glob("requests-w*.csv.gz") if index(p) >= 0), key=index)
+
+
+def merge_records(parts: Sequence[Path], out: Path) -> int:
+    """Write the rows of every record file in `parts` to `out`, sorted by t_start; return the count.
+
+    The header of each part must be the same; raises ValueError naming the part otherwise.
+    `out` is replaced atomically, so it may be one of `parts`.
+    """
+    header: list[str] | None = None
+    rows: list[list[str]] = []
+    for part in parts:
+        with gzip.open(part, "rt", newline="") as f:
+            reader = csv.reader(f)
+            head = next(reader, None)
+            if head is None:
+                continue
+            if header is None:
+                header = head
+            elif head != header:
+                raise ValueError(f"{part}: columns differ from {parts[0]}")
+            rows.extend(reader)
+    if header is None:
+        raise ValueError("no records to merge")
+    start = header.index("t_start")
+    rows.sort(key=lambda row: float(row[start]))
+    partial = out.with_name(out.name + ".partial")
+    with gzip.open(partial, "wt", compresslevel=6, encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    partial.replace(out)
+    return len(rows)
+
+
 def percentile(sorted_values: Sequence[float], q: float) -> float:
     """Return the q-th percentile (0–100) by linear interpolation; NaN for no values."""
     if not sorted_values:

@@ -24,7 +24,10 @@ CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("session-redis", {"backend": "session-redis"}),
     ("session-memcached", {"backend": "session-memcached"}),
     ("session-redis-sliding", {"backend": "session-redis", "sliding": True}),
-    *[(f"jwt-{alg}", {"backend": "jwt", "alg": alg}) for alg in ("HS256", "RS256", "ES256", "EdDSA")],
+    *[
+        (f"jwt-{alg}", {"backend": "jwt", "alg": alg})
+        for alg in ("HS256", "RS256", "ES256", "EdDSA")
+    ],
     ("jwt-cookie", {"backend": "jwt", "transport": "cookie"}),
     ("jwt-refresh-postgres", {"backend": "jwt", "refresh_store": "postgres"}),
     ("jwt-stateless", {"backend": "jwt", "refresh_store": "none"}),

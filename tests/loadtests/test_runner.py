@@ -52,10 +52,12 @@ def leftovers(since: float) -> list[str]:
 
 def test_smoke_profile_writes_a_complete_verified_run(tmp_path: Path) -> None:
     started = time.time()
-    result = run_cli("run", "--profile", "smoke", "--out", str(tmp_path))
+    result = run_cli("run", "--profile", "smoke", "--out", str(tmp_path), "--report")
     assert result.returncode == 0, result.stderr[-2000:]
     run_dir = only_run(tmp_path)
     assert f"results: {run_dir}" in result.stdout
+    assert f"report: {run_dir / 'report.html'}" in result.stdout
+    assert (run_dir / "report.md").is_file() and any((run_dir / "charts").glob("*.png"))
 
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["complete"] is True and manifest["ended_utc"]

@@ -1,0 +1,3 @@
+"""authbench analysis: load a run's results, draw its charts, write its report, compare runs."""
+
+from __future__ import annotations
