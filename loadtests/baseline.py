@@ -29,7 +29,7 @@ import asyncpg
 import jwt
 import uvloop
 from aiohttp import web
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from loadtests.stores import StoreSet, free_port
 
@@ -110,7 +110,9 @@ def bare_app(kind: str, urls: dict[str, str], session_dir: Path) -> web.Applicat
 
     async def resources(app: web.Application):  # type: ignore[no-untyped-def]
         if kind in ("session-redis", "jwt-denylist"):
-            state["redis"] = Redis.from_url(urls["redis"], max_connections=16)
+            # Blocking pool of 16, as the server's: more connections than that wait.
+            pool = BlockingConnectionPool.from_url(urls["redis"], max_connections=16)
+            state["redis"] = Redis(connection_pool=pool)
         if kind == "session-postgres":
             state["pg"] = await asyncpg.create_pool(urls["postgres"], min_size=1, max_size=16)
         yield
@@ -206,7 +208,8 @@ def wrk(url: str, headers: dict[str, str], seconds: int, connections: int) -> fl
 
 def _start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        ["taskset", "-c", "0", *cmd], env=env, stdout=subprocess.DEVNULL, start_new_session=True,
+        ["taskset", "-c", "0", *cmd], env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
 
 

@@ -22,6 +22,7 @@ _KEY_TYPES: dict[str, type[Any]] = {
     "ES256": ec.EllipticCurvePrivateKey,
     "EdDSA": ed25519.Ed25519PrivateKey,
 }
+_MAX_REMEMBERED_HEADERS = 64
 _THUMBPRINT_MEMBERS = {
     "RSA": ("e", "kty", "n"),
     "EC": ("crv", "kty", "x", "y"),
@@ -118,6 +119,9 @@ class KeyRing:
         for key in reversed(keys):
             self._keys[key.kid] = key
         self.current = keys[0]
+        # Header segment → key, for headers that already verified: every token a key signs
+        # carries the same header, so the hot path skips parsing it again.
+        self._verified_headers: dict[str, SigningKey] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KeyRing:
@@ -133,6 +137,15 @@ class KeyRing:
         """Return the key with exactly this `kid`, or None (a kid is only ever a dict key)."""
         return self._keys.get(kid) if isinstance(kid, str) else None
 
+    def key_for_header(self, segment: str) -> SigningKey | None:
+        """Return the key remembered for this exact header segment, if any."""
+        return self._verified_headers.get(segment)
+
+    def remember_header(self, segment: str, key: SigningKey) -> None:
+        """Remember that `segment` verified with `key` (bounded: a few headers per key)."""
+        if len(self._verified_headers) < _MAX_REMEMBERED_HEADERS:
+            self._verified_headers[segment] = key
+
     def rotate(self, key: SigningKey) -> None:
         """Make `key` the signing key; the previous ones keep verifying until retired."""
         if key.alg != self.alg:
@@ -145,6 +158,7 @@ class KeyRing:
         if kid == self.current.kid:
             raise ConfigError("cannot retire the signing key; rotate first")
         self._keys.pop(kid, None)
+        self._verified_headers = {s: k for s, k in self._verified_headers.items() if k.kid != kid}
 
     def jwks(self) -> dict[str, object] | None:
         """Return the public JWK Set, or None for HMAC (whose keys are never published)."""

@@ -71,7 +71,8 @@ class TokenCodec:
         """Return the verified claims; raises ValueError for anything short of a valid token."""
         if len(token) > MAX_TOKEN_BYTES:
             raise ValueError("token too long")
-        key = self._ring.lookup(_unverified_kid(token))
+        segment = token.partition(".")[0]
+        key = self._ring.key_for_header(segment) or self._ring.lookup(_unverified_kid(segment))
         if key is None:
             raise ValueError("unknown key")
         decoded = self._jwt.decode_complete(
@@ -90,16 +91,16 @@ class TokenCodec:
             raise ValueError("unknown key")
         claims: dict[str, Any] = decoded["payload"]
         _check_claim_types(claims)
+        self._ring.remember_header(segment, key)
         return claims
 
 
-def _unverified_kid(token: str) -> object:
-    """Return the `kid` of the token's header, parsed only to pick a key.
+def _unverified_kid(segment: str) -> object:
+    """Return the `kid` of a token's header segment, parsed only to pick a key.
 
     `jwt.get_unverified_header` decodes every segment, signature included; this reads the
     header alone, which is all key selection needs. Raises ValueError if it is not JSON.
     """
-    segment = token.partition(".")[0]
     header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
     if not isinstance(header, dict):
         raise ValueError("the header is not a JSON object")
