@@ -142,11 +142,14 @@ async def _seed(kind: str, urls: dict[str, str], session_dir: Path) -> dict[str,
     """Create the credential the bare handler will read; return the header to send."""
     sid = secrets.token_urlsafe(32)
     now = int(time.time())
+    # The same header and claims the server issues, so both decode a token of one size.
     token = jwt.encode(
         {"iss": ISSUER, "aud": AUDIENCE, "sub": "1", "iat": now, "exp": now + 3600,
-         "jti": secrets.token_urlsafe(16)},
+         "jti": secrets.token_urlsafe(16), "name": "user1", "role": "user",
+         "fam": secrets.token_urlsafe(16)},
         SECRET,
         algorithm="HS256",
+        headers={"kid": secrets.token_urlsafe(16)[:22], "typ": "at+jwt"},
     )  # fmt: skip
     if kind == "session-file":
         (session_dir / f"sess_{sid}").write_bytes(RECORD)
