@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -27,10 +28,12 @@ from pathlib import Path
 
 import asyncpg
 import jwt
+import psutil
 import uvloop
 from aiohttp import web
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from loadtests.launch import pin
 from loadtests.stores import StoreSet, free_port
 
 # A fixed key: the bare server and the seeding process must agree, and it guards nothing.
@@ -196,6 +199,26 @@ def _wait(base: str, path: str, headers: dict[str, str]) -> None:
     raise RuntimeError(f"{base}{path} did not answer")
 
 
+def _cpu(pids: list[int]) -> dict[int, float]:
+    """Return {pid: CPU seconds (user + system) used so far}."""
+    out: dict[int, float] = {}
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            t = psutil.Process(pid).cpu_times()
+            out[pid] = t.user + t.system
+    return out
+
+
+def _used(before: dict[int, float], after: dict[int, float]) -> float:
+    """Return the CPU seconds used between two snapshots (a new process counts from zero)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
+def _store_pids(stores: StoreSet) -> list[int]:
+    # PostgreSQL forks a backend per connection, so the set is read again each time.
+    return [pid for proc in stores.processes.values() for pid in proc.pids()]
+
+
 def wrk(url: str, headers: dict[str, str], seconds: int, connections: int) -> float:
     """Return requests/s of a wrk run pinned to the second core (non-2xx responses fail it)."""
     cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url]
@@ -233,8 +256,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     kinds = args.kinds.split(",")
     py = sys.executable
-    print(f"{'mechanism':<18}{'bare req/s':>12}{'server req/s':>14}{'ratio':>8}")
+    print(
+        f"{'mechanism':<18}{'bare req/s':>12}{'server req/s':>14}{'ratio':>8}"
+        f"{'server µs/req':>15}{'store µs/req':>14}"
+    )
     with StoreSet(["postgres", "redis"]) as stores, tempfile.TemporaryDirectory() as tmp:
+        # Stores share the server's core, as in the bench runner.
+        pin(_store_pids(stores), {0})
         urls = {str(k): v for k, v in stores.urls.items()}
         env = {**os.environ, **stores.env(), "SESSION_DIR": tmp}
         for kind in kinds:
@@ -260,13 +288,18 @@ def main(argv: list[str] | None = None) -> int:
                 _wait(url, "/public", {})
                 path = "/public" if kind == "none" else "/me"
                 headers = {} if kind == "none" else _login(url)
+                before = _cpu([server.pid]), _cpu(_store_pids(stores))
                 server_rps = wrk(url + path, headers, args.seconds, args.connections)
+                after = _cpu([server.pid]), _cpu(_store_pids(stores))
             finally:
                 server.terminate()
                 server.wait()
             label = "no auth (/public)" if kind == "none" else kind
+            served = server_rps * args.seconds
             print(
-                f"{label:<18}{bare_rps:>12,.0f}{server_rps:>14,.0f}{server_rps / bare_rps:>8.0%}",
+                f"{label:<18}{bare_rps:>12,.0f}{server_rps:>14,.0f}{server_rps / bare_rps:>8.0%}"
+                f"{1e6 * _used(before[0], after[0]) / served:>15.1f}"
+                f"{1e6 * _used(before[1], after[1]) / served:>14.1f}",
                 flush=True,
             )
     return 0

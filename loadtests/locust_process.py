@@ -265,11 +265,16 @@ class LocustProcess:
     def live_stats(self) -> tuple[float | None, int | None]:
         """Return (current req/s, failures so far) from Locust's stats history, if written."""
         rows = _aggregated_history(self._cell / "locust_stats_history.csv")
-        if not rows:
+        if len(rows) < 2:
             return None, None
-        last = rows[-1]
+        # Locust's own Requests/s averages over a trailing window and lags for seconds; the
+        # difference of the running totals of the last two rows is the rate right now.
         try:
-            return float(last["Requests/s"]), int(last["Total Failure Count"])
+            prev, last = rows[-2], rows[-1]
+            seconds = float(last["Timestamp"]) - float(prev["Timestamp"])
+            done = int(last["Total Request Count"]) - int(prev["Total Request Count"])
+            rate = done / seconds if seconds > 0 else None
+            return rate, int(last["Total Failure Count"])
         except (KeyError, ValueError):
             return None, None
 
