@@ -33,8 +33,10 @@ METRICS = (
     "me_credential_bytes",
     "me_response_bytes",
 )
-# Below this share of the offered rate the server (or generator) did not keep up.
-KEPT_UP_SHARE = 0.9
+# Below this share of the offered rate the server (or generator) did not keep up. Arrivals
+# are Poisson, so a few-second window alone strays by several percent (a login window of
+# 480 tasks: ±4.5 % at one standard deviation); the margin leaves room for that.
+KEPT_UP_SHARE = 0.85
 
 
 def measured(summary: pd.DataFrame, mode: str | None = None) -> pd.DataFrame:

@@ -113,6 +113,7 @@ class LocustProcess:
         cell: Path,
         cores: set[int] | None,
         topology: Topology | None = None,
+        spawn_rate: float | None = None,
     ) -> None:
         self.topology = topology or Topology()
         locust = str(Path(sys.executable).with_name("locust"))
@@ -121,7 +122,7 @@ class LocustProcess:
             "--headless",
             "--only-summary",
             "-u", str(users),
-            "-r", str(users),
+            "-r", f"{spawn_rate or users:g}",
             "--run-time", f"{max(1, round(run_time))}s",
             "--host", base_url,
             "--csv", str(cell / "locust"),

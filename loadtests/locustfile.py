@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from geventhttpclient.client import HTTPClient
-from locust import FastHttpUser, LoadTestShape, TaskSet, constant, constant_throughput, events
+from locust import FastHttpUser, LoadTestShape, TaskSet, constant, events, poisson
 from locust.contrib.fasthttp import FAILURE_EXCEPTIONS, FastResponse, ResponseContextManager
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
@@ -270,7 +270,7 @@ class AuthUser(FastHttpUser):
 
     abstract = True
     tasks = SCENARIOS[SETTINGS.scenario].task_list()
-    wait_time = constant_throughput(SETTINGS.rate) if SETTINGS.rate > 0 else constant(0)
+    wait_time = poisson(SETTINGS.rate) if SETTINGS.rate > 0 else constant(0)
     credential_name = ""
     """What a successful login must hand back, for failure messages."""
 
@@ -629,7 +629,7 @@ def _add_options(parser: Any, **_kw: Any) -> None:
 def _use_scenario(settings: LoadSettings) -> None:
     """Give the concrete users the tasks and pacing of `settings` (set at import otherwise)."""
     tasks = SCENARIOS[settings.scenario].task_list()
-    wait_time = constant_throughput(settings.rate) if settings.rate > 0 else constant(0)
+    wait_time = poisson(settings.rate) if settings.rate > 0 else constant(0)
     for user_class in (CookieUser, BearerUser):
         user_class.tasks = tasks
         setattr(user_class, "wait_time", wait_time)  # noqa: B010 (a method, assigned)

@@ -109,10 +109,14 @@ class CellMeasurement:
             env["AUTHBENCH_USER_RATE"] = "0"
             env["AUTHBENCH_STEPS"] = ",".join(f"{u}:{p.duration:g}" for u in MAX_STEPS)
             run_time = len(MAX_STEPS) * p.duration + TAIL_SECONDS
+            spawn_rate = float(p.users)
         else:
             user_rate = p.rate[scenario] / p.users / REQUESTS_PER_TASK[scenario]
             env["AUTHBENCH_USER_RATE"] = f"{user_rate:.6f}"
             run_time = p.warmup + p.duration + TAIL_SECONDS
+            # Users spawned all at once start in step; spread over one mean interval, their
+            # (Poisson) arrivals are independent from the first request on.
+            spawn_rate = p.users * user_rate
         if self.load.topology.distributed:
             # Locust spreads users evenly, so no worker has more than ceil(users / workers).
             users = max(MAX_STEPS) if self.load.mode == "max" else p.users
@@ -121,6 +125,7 @@ class CellMeasurement:
             base_url=server.base_url,
             user_class="CookieUser" if server.settings.uses_cookies else "BearerUser",
             users=p.users,
+            spawn_rate=spawn_rate,
             run_time=run_time,
             env=env,
             cell=cell,

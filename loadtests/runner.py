@@ -177,8 +177,9 @@ class Runner:
                 "shuffle": self.profile.shuffle,
                 "mode": self.mode,
                 "max_steps_users": list(MAX_STEPS) if self.mode == "max" else None,
-                "pacing": "Locust constant_throughput per user (paced, open-loop while "
-                "responses are faster than the pacing interval)",
+                "pacing": "Poisson arrivals: each Locust user waits an exponential time (Locust "
+                "poisson) between tasks; the achieved rate falls short of the offered one by "
+                "the time tasks take",
             },
             "shuffle_seed": random.SystemRandom().randrange(2**32),
             "configurations": {c.name: c.as_dict() for c in self.configs},
