@@ -137,8 +137,11 @@ def _memcached_flush(url: str) -> None:
 async def _postgres_flush(url: str) -> None:
     conn = await asyncpg.connect(url)
     try:
+        # The checkpoint writes out what the last configuration left dirty, so that write-back
+        # does not land in the next one's measurement window.
         await conn.execute(
-            "DROP TABLE IF EXISTS sessions, jti_denylist, refresh_families; SELECT pg_stat_reset();"
+            "DROP TABLE IF EXISTS sessions, jti_denylist, refresh_families; "
+            "SELECT pg_stat_reset(); CHECKPOINT;"
         )
     finally:
         await conn.close()
