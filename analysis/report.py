@@ -242,7 +242,7 @@ def warnings(manifest: dict[str, Any], summary: pd.DataFrame, cells: pd.DataFram
     behind = cells[~cells["kept_up"].astype(bool)]
     if len(behind):
         out.append(
-            "‡ Fell behind the offered rate (achieved under 90%): "
+            "‡ Fell behind the offered rate (achieved under 85%): "
             + ", ".join(f"{r.config}/{r.scenario}" for r in behind.itertuples())
             + ". Requests queued, so their latency includes waiting."
         )

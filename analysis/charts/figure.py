@@ -91,7 +91,7 @@ def config_labels(cells: pd.DataFrame) -> list[str]:
 
 
 KEPT_UP_NOTE = (
-    "‡ achieved under 90% of the offered rate: requests queued, so latency includes waiting"
+    "‡ achieved under 85% of the offered rate: requests queued, so latency includes waiting"
 )
 
 

@@ -237,7 +237,7 @@ def token_cost(cells: pd.DataFrame, scenario: str, out_dir: Path) -> list[Path]:
     ]
     if len(behind):
         notes.append(
-            "□ boxed points achieved under 90% of the offered rate: requests queued, "
+            "□ boxed points achieved under 85% of the offered rate: requests queued, "
             "so their p99 includes waiting."
         )
     if rows["generator_bound"].any():
