@@ -56,8 +56,8 @@ def by_cell(summary: pd.DataFrame, hot_path_bytes: pd.DataFrame | None = None) -
     Each metric is the median over repeats, with `<metric>_min` / `<metric>_max` beside it;
     `repeats` counts them, `generator_bound` is true if any repeat was, `cpu_us_per_req`
     is server + store (store NaN counts as 0) and `kept_up` says whether the achieved rate
-    reached 85% (KEPT_UP_SHARE) of the offered one (always true in max mode); `detail` joins the rows'
-    notes. Configuration order is kept.
+    reached KEPT_UP_SHARE of the offered one (always true in max mode); `detail` joins the
+    rows' notes. Configuration order is kept.
     """
     rows = measured(summary)
     if hot_path_bytes is not None and not hot_path_bytes.empty:
