@@ -7,32 +7,9 @@ from typing import Any
 import pandas as pd
 
 from analysis.options import OPTION_COLUMNS
+from loadtests.results import NUMERIC_COLUMNS
 
-METRICS = (
-    "requests",
-    "failures",
-    "offered_rps",
-    "achieved_rps",
-    "p50_ms",
-    "p90_ms",
-    "p95_ms",
-    "p99_ms",
-    "p99_9_ms",
-    "max_ms",
-    "cpu_us_per_req_server",
-    "cpu_us_per_req_store",
-    "server_cpu_percent",
-    "locust_cpu_percent",
-    "request_head_bytes",
-    "credential_bytes",
-    "response_bytes",
-    "auth_ms",
-    "store_ms",
-    "capacity_rps",
-    "me_head_bytes",
-    "me_credential_bytes",
-    "me_response_bytes",
-)
+METRICS = (*NUMERIC_COLUMNS, "me_head_bytes", "me_credential_bytes", "me_response_bytes")
 # Below this share of the offered rate the server (or generator) did not keep up. Arrivals
 # are Poisson, so a few-second window alone strays by several percent (a login window of
 # 480 tasks: ±4.5 % at one standard deviation); the margin leaves room for that.

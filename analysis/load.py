@@ -15,30 +15,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.options import OPTION_COLUMNS, config_options
+from loadtests.results import NUMERIC_COLUMNS
 
-SUMMARY_NUMERIC = (
-    "repeat",
-    "requests",
-    "failures",
-    "offered_rps",
-    "achieved_rps",
-    "p50_ms",
-    "p90_ms",
-    "p95_ms",
-    "p99_ms",
-    "p99_9_ms",
-    "max_ms",
-    "cpu_us_per_req_server",
-    "cpu_us_per_req_store",
-    "server_cpu_percent",
-    "locust_cpu_percent",
-    "request_head_bytes",
-    "credential_bytes",
-    "response_bytes",
-    "auth_ms",
-    "store_ms",
-    "capacity_rps",
-)
+SUMMARY_NUMERIC = ("repeat", *NUMERIC_COLUMNS)
 REQUEST_DTYPES: dict[str, Any] = {
     "t_start": "float64",
     "name": "string",

@@ -49,6 +49,13 @@ SUMMARY_COLUMNS = [
     "saturated",
     "detail",
 ]
+# The summary columns that hold numbers measured per cell (all but names, flags, notes).
+NUMERIC_COLUMNS = tuple(
+    c
+    for c in SUMMARY_COLUMNS
+    if c not in ("config", "scenario", "repeat", "backend", "status", "mode")
+    and c not in ("generator_bound", "saturated", "detail")
+)
 STEP_COLUMNS = [
     "users",
     "achieved_rps",
