@@ -43,25 +43,11 @@ from locust.contrib.fasthttp import FAILURE_EXCEPTIONS, FastResponse, ResponseCo
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
+from loadtests.results import RECORD_COLUMNS
+
 CSRF_HEADER = "X-CSRF-Token"
 # The cookies that prove who the user is; the server sets no others.
 CREDENTIAL_COOKIES = frozenset({"session_id", "access_token"})
-RECORD_COLUMNS = (
-    "t_start",
-    "name",
-    "method",
-    "status",
-    "ok",
-    "latency_ms",
-    "request_head_bytes",
-    "credential_bytes",
-    "response_bytes",
-    "st_auth",
-    "st_store",
-    "st_pw",
-    "st_issue",
-    "error",
-)
 MAX_ERROR_CHARS = 160
 
 

@@ -18,6 +18,23 @@ from typing import Any
 
 PERCENTILES = (50, 90, 95, 99, 99.9)
 GENERATOR_BOUND_PERCENT = 80.0
+# One row per request in requests.csv.gz, as the locustfile writes it.
+RECORD_COLUMNS = (
+    "t_start",
+    "name",
+    "method",
+    "status",
+    "ok",
+    "latency_ms",
+    "request_head_bytes",
+    "credential_bytes",
+    "response_bytes",
+    "st_auth",
+    "st_store",
+    "st_pw",
+    "st_issue",
+    "error",
+)
 SUMMARY_COLUMNS = [
     "config",
     "scenario",

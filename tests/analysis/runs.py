@@ -3,16 +3,14 @@
 The manifest, summary.csv, summary.json and steps.csv come from the runner's own code
 (`Runner._start_manifest`, `Runner._row`, `Runner._steps`, `summarize`), resources.csv from
 `ResourceSampler.write_csv`, so a format change in loadtests shows up here. Only
-requests.csv.gz is written by hand: its writer lives in the locustfile, which cannot be
-imported (gevent); its columns are read from that file's source instead.
+requests.csv.gz is written by hand (its writer lives in the locustfile, which cannot be
+imported here: gevent), with the columns the locustfile takes from `loadtests.results`.
 """
 
 from __future__ import annotations
 
-import ast
 import csv
 import dataclasses
-import functools
 import gzip
 import hashlib
 import math
@@ -26,6 +24,7 @@ import numpy as np
 from loadtests.config import Profile, load
 from loadtests.resources import ResourceSampler, Sample
 from loadtests.results import (
+    RECORD_COLUMNS,
     Record,
     latency_stats,
     summarize,
@@ -45,16 +44,9 @@ T0 = 1_800_000_000.0
 TAIL_SECONDS = 1.0
 
 
-@functools.cache
 def record_columns() -> tuple[str, ...]:
-    """Return RECORD_COLUMNS of loadtests/locustfile.py, read from its source."""
-    tree = ast.parse((ROOT / "loadtests" / "locustfile.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "RECORD_COLUMNS" for t in node.targets
-        ):
-            return tuple(ast.literal_eval(node.value))
-    raise AssertionError("RECORD_COLUMNS not found in the locustfile")
+    """Return the columns of requests.csv.gz, as the locustfile writes them."""
+    return RECORD_COLUMNS
 
 
 @dataclass(frozen=True)

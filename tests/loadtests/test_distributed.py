@@ -22,29 +22,12 @@ import pytest
 
 from loadtests.launch import wait_healthy
 from loadtests.locust_process import history_counts
-from loadtests.results import merge_records, worker_record_files
+from loadtests.results import RECORD_COLUMNS, merge_records, worker_record_files
 from loadtests.stores import free_port
 from tests.loadtests.test_runner import only_run, run_cli, summary_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-# The locustfile's columns (importing it here would patch this process with gevent).
-RECORD_COLUMNS = [
-    "t_start",
-    "name",
-    "method",
-    "status",
-    "ok",
-    "latency_ms",
-    "request_head_bytes",
-    "credential_bytes",
-    "response_bytes",
-    "st_auth",
-    "st_store",
-    "st_pw",
-    "st_issue",
-    "error",
-]
 
 
 def write_records(path: Path, starts: list[float], name: str = "/me") -> None:
