@@ -99,6 +99,20 @@ def cell_window(
     return None if first is None else (first + warmup, first + warmup + duration)
 
 
+def window_cpu(
+    sampler: ResourceSampler, start: float, end: float, *, server: bool, stores: list[str] | None
+) -> tuple[float, float | None]:
+    """Return (server, store) CPU seconds over [start, end] from the samples.
+
+    The server's is NaN unless `server` (it ran elsewhere); the stores' is None when
+    `stores` is None (not all of them are ours to see), the sum of those groups otherwise.
+    """
+    server_cpu = sampler.cpu_between("server", start, end) if server else math.nan
+    if stores is None:
+        return server_cpu, None
+    return server_cpu, sum(sampler.cpu_between(g, start, end) for g in stores)
+
+
 def summarize_window(
     cell: Path,
     found: CellRecords,
@@ -193,11 +207,12 @@ def _resummarize(
     sampler = read_resources(cell / "resources.csv")
     measured = row.get("cpu_accounting", "measured") == "measured"
     stores = [g for g in sampler.samples if g.startswith("store:")]
-    server_cpu = sampler.cpu_between("server", start, end) if measured else math.nan
-    store_cpu = (
-        sum(sampler.cpu_between(g, start, end) for g in stores)
-        if measured and row.get("store_cpu_s") is not None
-        else None
+    server_cpu, store_cpu = window_cpu(
+        sampler,
+        start,
+        end,
+        server=measured,
+        stores=stores if measured and row.get("store_cpu_s") is not None else None,
     )
     summary = summarize_window(
         cell,

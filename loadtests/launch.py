@@ -25,7 +25,7 @@ import psutil
 from redis import Redis
 
 from loadtests.config import BenchConfigError, Configuration
-from loadtests.resources import process_tree
+from loadtests.resources import process_tree, stop_group
 from loadtests.stores import ENV_VARS, StoreKind, StoreProcess, free_port, start_store
 from servers.settings import Settings
 
@@ -209,7 +209,7 @@ def run_server(
         _wait_healthy(server)
         yield server
     finally:
-        _stop(proc)
+        stop_group(proc, signal.SIGTERM, STOP_TIMEOUT)
         if log:
             log.close()
 
@@ -312,16 +312,3 @@ def _tail(server: ServerProcess, lines: int = 5) -> str:
     except OSError:
         return "(no log)"
     return " | ".join(text[-lines:]) or "(empty log)"
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()

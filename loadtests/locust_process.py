@@ -13,7 +13,6 @@ single-threaded process, not by their sum) and it is stopped on its own.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import os
 import signal
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtests.resources import process_tree
+from loadtests.resources import process_tree, stop_group
 from loadtests.stores import HOST, free_port
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -83,20 +82,6 @@ def _preexec(cores: set[int] | None) -> Callable[[], None] | None:
     if not cores:
         return None
     return lambda: os.sched_setaffinity(0, cores)
-
-
-def _stop_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
-    """SIGINT the process group (Locust then writes its files), SIGKILL it after `timeout`."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 class LocustProcess:
@@ -247,11 +232,14 @@ class LocustProcess:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        """Stop the master (which tells its workers to quit), then any worker still running."""
+        """Stop the master (which tells its workers to quit), then any worker still running.
+
+        SIGINT first, so that Locust writes its statistics and records before it exits.
+        """
         if self._proc is not None:
-            _stop_group(self._proc, STOP_SECONDS)
+            stop_group(self._proc, signal.SIGINT, STOP_SECONDS)
         for worker in self._workers:
-            _stop_group(worker, STOP_SECONDS)
+            stop_group(worker, signal.SIGINT, STOP_SECONDS)
 
     @property
     def remote(self) -> bool:

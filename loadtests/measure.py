@@ -23,6 +23,7 @@ from loadtests.collect import (
     locust_cpu_percent,
     partial_note,
     summarize_window,
+    window_cpu,
 )
 from loadtests.config import Profile
 from loadtests.launch import Server
@@ -182,14 +183,14 @@ class CellMeasurement:
             return _error("Locust counted no requests")
         start, end = span
         stores = self.stores
-        owned = [k for k, s in stores.items() if isinstance(s, StoreProcess)]
-        server_cpu = (
-            math.nan if self.load.remote_server else sampler.cpu_between("server", start, end)
-        )
-        store_cpu = (
-            sum(sampler.cpu_between(f"store:{k}", start, end) for k in owned)
-            if len(owned) == len(stores) and not self.load.remote_server
-            else None
+        owned = [f"store:{k}" for k, s in stores.items() if isinstance(s, StoreProcess)]
+        local = not self.load.remote_server
+        server_cpu, store_cpu = window_cpu(
+            sampler,
+            start,
+            end,
+            server=local,
+            stores=owned if local and len(owned) == len(stores) else None,
         )
         summary = summarize_window(
             cell,

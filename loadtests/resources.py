@@ -8,8 +8,12 @@ interpolated samples.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import csv
 import itertools
+import os
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -144,3 +148,20 @@ def process_tree(pid: int) -> list[int]:
         return [pid, *(c.pid for c in root.children(recursive=True))]
     except psutil.NoSuchProcess:
         return []
+
+
+def stop_group(proc: subprocess.Popen[bytes], first: signal.Signals, timeout: float) -> None:
+    """Send `first` to the process group of `proc`, then SIGKILL it after `timeout` seconds.
+
+    Returns once the process has exited; does nothing if it already had.
+    """
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, first)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
