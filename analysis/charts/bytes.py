@@ -9,6 +9,7 @@ from matplotlib.patches import Patch
 
 from analysis.charts.figure import (
     THOUSANDS,
+    bar_note,
     config_labels,
     footnote,
     head_bytes_column,
@@ -50,15 +51,7 @@ def bytes_per_request(cells: pd.DataFrame, scenario: str, out_dir: Path) -> list
         text = f"{head:,.0f} B head"
         if pd.notna(cred):
             text += f" · {cred:,.0f} B credential"
-        ax.annotate(
-            text,
-            (head, y),
-            xytext=(4, 0),
-            textcoords="offset points",
-            va="center",
-            fontsize=7.5,
-            color="#333333",
-        )
+        bar_note(ax, text, head, y)
     ax.set_yticks(range(len(rows)), config_labels(rows))
     ax.invert_yaxis()
     ax.set_xlim(0, top * 1.55)

@@ -10,8 +10,9 @@ from matplotlib.patches import Patch
 from analysis.charts.figure import (
     KEPT_UP_NOTE,
     THOUSANDS,
-    config_labels,
+    bar_note,
     footnote,
+    label_configs,
     new_figure,
     row_height,
     save,
@@ -66,22 +67,13 @@ def cpu_per_request(cells: pd.DataFrame, out_dir: Path) -> list[Path]:
             text = f"{per_core_rps(total):,.0f} req/s/core"
             if not store_known:
                 text += " (store n/a)"
-            ax.annotate(
-                text,
-                (total, y),
-                xytext=(4, 0),
-                textcoords="offset points",
-                va="center",
-                fontsize=7.5,
-                color="#333333",
-            )
+            bar_note(ax, text, total, y)
             top = max(top, total)
         ax.set_xlim(0, top * 1.45 if top else 1)
         ax.xaxis.set_major_formatter(THOUSANDS)
         ax.set_xlabel("CPU time per request (µs)")
         ax.set_title(scenario_title(scenario, cells))
-    labelled = cells.drop_duplicates("config").set_index("config").reindex(configs).reset_index()
-    axes[0].set_yticks(range(len(configs)), config_labels(labelled.fillna({"kept_up": True})))
+    label_configs(axes[0], cells, configs)
     axes[0].invert_yaxis()
     handles = [
         Patch(facecolor="#666666", label="auth server"),

@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
@@ -88,6 +89,26 @@ def config_labels(cells: pd.DataFrame) -> list[str]:
             text += " ‡"
         out.append(text)
     return out
+
+
+def label_configs(ax: Axes, cells: pd.DataFrame, configs: Sequence[str]) -> None:
+    """Put one marked label per configuration on `ax`'s y axis, in the order of `configs`."""
+    labelled = cells.drop_duplicates("config").set_index("config").reindex(configs)
+    labelled = labelled.reset_index().fillna({"kept_up": True})
+    ax.set_yticks(range(len(configs)), config_labels(labelled))
+
+
+def bar_note(ax: Axes, text: str, x: float, y: float, gap: float = 4) -> None:
+    """Write `text` just right of the point (x, y): the value at the end of a bar."""
+    ax.annotate(
+        text,
+        (x, y),
+        xytext=(gap, 0),
+        textcoords="offset points",
+        va="center",
+        fontsize=7.5,
+        color="#333333",
+    )
 
 
 KEPT_UP_NOTE = (

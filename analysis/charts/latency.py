@@ -13,8 +13,9 @@ from matplotlib.typing import LineStyleType
 from analysis.charts.figure import (
     KEPT_UP_NOTE,
     THOUSANDS,
-    config_labels,
+    bar_note,
     footnote,
+    label_configs,
     log_span_wide,
     new_figure,
     row_height,
@@ -78,9 +79,7 @@ def percentiles(cells: pd.DataFrame, out_dir: Path) -> list[Path]:
             ax.set_xlim(low / 1.6, rightmost * 4)
         else:
             ax.set_xlim(0, rightmost * 1.3 if rightmost > 0 else 1)
-    labelled = cells.drop_duplicates("config").set_index("config").reindex(configs)
-    labelled = labelled.reset_index()
-    axes[0].set_yticks(range(len(configs)), config_labels(labelled.fillna({"kept_up": True})))
+    label_configs(axes[0], cells, configs)
     handles = [
         Line2D([], [], marker=m, color="#555555", linestyle="none", label=text)
         for _, m, text in PERCENTILE_MARKS
@@ -150,15 +149,7 @@ def _draw_percentile_rows(ax: Axes, rows: pd.DataFrame) -> float:
                 linestyle="none",
             )
         rightmost = max(rightmost, right)
-        ax.annotate(
-            f"p99 {row['p99_ms']:.3g} ms",
-            (right, y),
-            xytext=(6, 0),
-            textcoords="offset points",
-            va="center",
-            fontsize=7.5,
-            color="#333333",
-        )
+        bar_note(ax, f"p99 {row['p99_ms']:.3g} ms", right, y, gap=6)
     ax.set_ylim(len(rows) - 0.5, -0.5)
     return rightmost
 

@@ -9,8 +9,9 @@ from matplotlib.patches import Patch
 
 from analysis.charts.figure import (
     THOUSANDS,
-    config_labels,
+    bar_note,
     footnote,
+    label_configs,
     new_figure,
     row_height,
     save,
@@ -63,22 +64,13 @@ def auth_step(cells: pd.DataFrame, out_dir: Path) -> list[Path]:
                 height=0.7,
             )
             label = f"{auth_us:,.0f} µs" + (f" (store {store_us:,.0f})" if store_us else "")
-            ax.annotate(
-                label,
-                (auth_us, y),
-                xytext=(4, 0),
-                textcoords="offset points",
-                va="center",
-                fontsize=7.5,
-                color="#333333",
-            )
+            bar_note(ax, label, auth_us, y)
             top = max(top, auth_us)
         ax.set_xlim(0, top * 1.5 if top else 1)
         ax.xaxis.set_major_formatter(THOUSANDS)
         ax.set_xlabel("mean time in the auth step per GET /me (µs)")
         ax.set_title(scenario_title(scenario, cells))
-    labelled = cells.drop_duplicates("config").set_index("config").reindex(configs).reset_index()
-    axes[0].set_yticks(range(len(configs)), config_labels(labelled.fillna({"kept_up": True})))
+    label_configs(axes[0], cells, configs)
     axes[0].invert_yaxis()
     handles = [
         Patch(facecolor=tint("#666666"), label="store round trip"),
